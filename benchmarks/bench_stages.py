@@ -33,7 +33,6 @@ import functools
 import importlib
 import inspect
 import json
-import os
 import sys
 import threading
 import time
@@ -42,7 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_sync import _on_cpu, _say, _workdir, connector_run, sandbox_server
+from benchmarks.bench_sync import (
+    _on_cpu,
+    _say,
+    _workdir,
+    check_cpu,
+    connector_run,
+    sandbox_server,
+)
 
 __all__ = ["STAGES", "Stage", "StageClock", "main", "run", "timer_cost"]
 
@@ -174,13 +180,14 @@ class StageClock:
 
 
 @contextlib.contextmanager
-def timed_stages(clock: StageClock, stages: Sequence[Stage] = STAGES) -> Iterator[None]:
-    """While in it, every stage's functions are timed by ``clock``; put back afterwards."""
+def timed_stages(clock: StageClock) -> Iterator[None]:
+    """While in it, every stage's functions (:data:`STAGES`) are timed by ``clock``; put
+    back afterwards."""
     import connector.runtime  # noqa: F401  (loads the modules that hold the stages' functions)
 
     undo: list[Callable[[], None]] = []
     try:
-        for stage in stages:
+        for stage in STAGES:
             for target in stage.targets:
                 undo += _replace(target, functools.partial(clock.wrap, stage.label))
         yield
@@ -189,7 +196,9 @@ def timed_stages(clock: StageClock, stages: Sequence[Stage] = STAGES) -> Iterato
             step()
 
 
-def _replace(target: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> list[Any]:
+def _replace(
+    target: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
+) -> list[Callable[[], None]]:
     module_name, _, attribute = target.partition(":")
     module = importlib.import_module(module_name)
     owner_name, _, method = attribute.rpartition(".")
@@ -199,10 +208,10 @@ def _replace(target: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any
             raise AttributeError(f"{target}: {owner_name} defines no {method}")
         original = vars(owner)[method]
         setattr(owner, method, wrap(original))
-        return [lambda: setattr(owner, method, original)]
+        return [functools.partial(setattr, owner, method, original)]
     original = getattr(module, attribute)
     wrapped = wrap(original)
-    undo: list[Any] = []
+    undo: list[Callable[[], None]] = []
     # `from connector.moves import page_ids` gave the importer a name of its own: each
     # module holding the function is given the timed one.
     for name, held in list(sys.modules.items()):
@@ -211,7 +220,7 @@ def _replace(target: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any
         for key, value in list(vars(held).items()):
             if value is original:
                 setattr(held, key, wrapped)
-                undo.append(lambda m=held, k=key: setattr(m, k, original))
+                undo.append(functools.partial(setattr, held, key, original))
     return undo
 
 
@@ -388,11 +397,7 @@ def _cpu(parser: argparse.ArgumentParser, given: str) -> int:
         cpu = int(given)
     except ValueError:
         parser.error(f'--cpu {given}: a CPU number, or "none"')
-    if not hasattr(os, "sched_setaffinity"):
-        parser.error("--cpu needs a system that can pin a process to a CPU (Linux); try --cpu none")
-    allowed = sorted(os.sched_getaffinity(0))
-    if cpu not in allowed:
-        parser.error(f"--cpu {cpu}: this process may run on CPUs {allowed}")
+    check_cpu(parser, "--cpu", cpu)
     return cpu
 
 

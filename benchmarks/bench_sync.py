@@ -647,13 +647,8 @@ def run(argv: Sequence[str] | None = None) -> list[Figure]:
     parser.add_argument("--unlimited", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for flag, cpu in (("--one-cpu", args.one_cpu), ("--own-cpu", args.own_cpu)):
-        if cpu is None:
-            continue
-        if not hasattr(os, "sched_setaffinity"):
-            parser.error(f"{flag} needs a system that can pin a process to a CPU (Linux)")
-        allowed = sorted(os.sched_getaffinity(0))
-        if cpu not in allowed:
-            parser.error(f"{flag} {cpu}: this process may run on CPUs {allowed}")
+        if cpu is not None:
+            check_cpu(parser, flag, cpu)
     if args.own_cpu is not None:
         if args.one_cpu is not None:
             parser.error("--own-cpu and --one-cpu are two ways to run: choose one")
@@ -690,6 +685,15 @@ def run(argv: Sequence[str] | None = None) -> list[Figure]:
     else:
         print_table(figures)
     return figures
+
+
+def check_cpu(parser: argparse.ArgumentParser, flag: str, cpu: int) -> None:
+    """Exit through ``parser`` unless this process may be pinned to ``cpu``."""
+    if not hasattr(os, "sched_setaffinity"):
+        parser.error(f"{flag} needs a system that can pin a process to a CPU (Linux)")
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpu not in allowed:
+        parser.error(f"{flag} {cpu}: this process may run on CPUs {allowed}")
 
 
 def _sub(workdir: Path | None, name: str) -> Path | None:
